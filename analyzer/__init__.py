@@ -1,0 +1,1 @@
+"""ProdSentinel analyzer: incident grouping and triage (built on the receiver's tables)."""
