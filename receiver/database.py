@@ -74,7 +74,9 @@ async def is_reachable(dsn: str, within_seconds: float) -> bool:
     try:
         await connection.fetchval("SELECT 1", timeout=timeout)
         return True
-    except (*CONNECTION_ERRORS, asyncpg.PostgresError):
+    except CONNECTION_ERRORS:
+        return False
+    except asyncpg.PostgresError:
         return False
     finally:
         connection.terminate()

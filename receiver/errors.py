@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf import duration_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -68,8 +69,8 @@ def to_grpc_status(error: ProdSentinelError) -> grpc.Status:
     return _status(code_pb2.INTERNAL, str(error), None)
 
 
-def _status(code: int, message: str, detail: object | None) -> grpc.Status:
+def _status(code: int, message: str, detail: Message | None) -> grpc.Status:
     status = status_pb2.Status(code=code, message=message)
     if detail is not None:
-        status.details.add().Pack(detail)  # type: ignore[arg-type]
+        status.details.add().Pack(detail)
     return rpc_status.to_status(status)  # type: ignore[no-any-return]

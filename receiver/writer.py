@@ -189,7 +189,7 @@ class GroupCommitWriter:
 
 
 async def _insert_new_only(
-    connection: asyncpg.Connection, table: str, rows: list[tuple[object, ...]]
+    connection: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, table: str, rows: list[tuple[object, ...]]
 ) -> None:
     columns = TABLE_COLUMNS[table]
     staging = f"incoming_{table}"

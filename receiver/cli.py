@@ -1,0 +1,141 @@
+"""`prodsentinel`: up (all-in-one), serve, migrate, downgrade, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from receiver import __version__, migrations
+from receiver.errors import ProdSentinelError, SettingsError
+from receiver.logging import configure_logging
+from receiver.settings import Settings
+
+log = structlog.get_logger("prodsentinel")
+
+EMBEDDED_DATABASE = "prodsentinel"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"prodsentinel: configuration error: {error}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        result: int = args.run(args, settings)
+    except ProdSentinelError as error:
+        print(f"prodsentinel: {error}", file=sys.stderr)
+        return 1
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prodsentinel",
+        description="OpenTelemetry receiver that keeps traces, logs and metrics in PostgreSQL.",
+    )
+    parser.add_argument("--version", action="version", version=f"prodsentinel {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    up = commands.add_parser(
+        "up", help="run everything on this machine (embedded PostgreSQL/Redis when unset)"
+    )
+    up.set_defaults(run=_up)
+
+    serve = commands.add_parser("serve", help="serve OTLP/gRPC against DATABASE_URL")
+    serve.set_defaults(run=_serve)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations (Alembic)")
+    migrate.add_argument("--revision", default="head")
+    migrate.set_defaults(run=_migrate)
+
+    downgrade = commands.add_parser("downgrade", help="revert database migrations")
+    downgrade.add_argument("revision", help="target revision, e.g. base")
+    downgrade.set_defaults(run=_downgrade)
+
+    bench = commands.add_parser("bench", help="measure ingestion throughput against a receiver")
+    from receiver import bench as bench_module
+
+    bench_module.add_arguments(bench)
+    bench.set_defaults(run=bench_module.run)
+    return parser
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    migrations.upgrade(settings.asyncpg_dsn, args.revision)
+    log.info("migrated", revision=args.revision)
+    return 0
+
+
+def _downgrade(args: argparse.Namespace, settings: Settings) -> int:
+    migrations.downgrade(settings.asyncpg_dsn, args.revision)
+    log.info("downgraded", revision=args.revision)
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    settings.asyncpg_dsn  # noqa: B018 - fails early, naming DATABASE_URL, when it is unset
+    asyncio.run(_run_until_signalled(settings))
+    return 0
+
+
+def _up(args: argparse.Namespace, settings: Settings) -> int:
+    """Start embedded servers for what is not configured, migrate, serve; stop all on a signal."""
+    from receiver.embedded import start_postgres, start_redis
+
+    with contextlib.ExitStack() as started:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        database_url, redis_url = settings.database_url, settings.redis_url
+        if database_url is None:
+            postgres = start_postgres(settings.data_dir)
+            started.callback(postgres.stop)
+            postgres.create_database(EMBEDDED_DATABASE)
+            database_url = postgres.dsn(EMBEDDED_DATABASE)
+            log.info("embedded_postgres_started", data_dir=str(postgres.data_dir), url=database_url)
+        if redis_url is None:
+            redis = start_redis(settings.data_dir)
+            started.callback(redis.stop)
+            redis_url = redis.url
+            log.info("embedded_redis_started", url=redis_url)
+        settings = dataclasses.replace(settings, database_url=database_url, redis_url=redis_url)
+        migrations.upgrade(settings.asyncpg_dsn)
+        log.info("migrated", revision="head")
+        asyncio.run(_run_until_signalled(settings))
+    log.info("stopped")
+    return 0
+
+
+async def _run_until_signalled(settings: Settings) -> None:
+    from receiver.app import Receiver
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    receiver = Receiver(settings)
+    await receiver.start()
+    log.info(
+        "serving",
+        otlp_grpc=settings.grpc_address,
+        port=receiver.port,
+        tenant_header=settings.tenant_header,
+    )
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting_down")
+        await receiver.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
