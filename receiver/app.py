@@ -13,26 +13,15 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
-from opentelemetry.proto.collector.metrics.v1 import (
-    metrics_service_pb2,
-    metrics_service_pb2_grpc,
-)
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from receiver.database import CONNECTION_ERRORS, create_writer_pool, is_reachable
-from receiver.otlp_service import LogsService, MetricsService, TraceService
+from receiver.otlp_service import OTLP_SERVICES, otlp_handlers
 from receiver.partitions import ensure_partitions, partitions_for
 from receiver.settings import Settings
 from receiver.writer import GroupCommitWriter, WriterConfig
 
 log = structlog.get_logger(__name__)
 
-OTLP_SERVICES = (
-    trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name,
-    logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"].full_name,
-    metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name,
-)
 PARTITION_UPKEEP_SECONDS = 3600.0
 WRITE_TIMEOUT_SECONDS = 30.0
 
@@ -87,15 +76,8 @@ class Receiver:
                 ("grpc.so_reuseport", 1),
             ]
         )
-        limits, header = settings.limits, settings.tenant_header
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
-            TraceService(self._writer, limits, header), server
-        )
-        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(
-            LogsService(self._writer, limits, header), server
-        )
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
-            MetricsService(self._writer, limits, header), server
+        server.add_generic_rpc_handlers(
+            otlp_handlers(self._writer, settings.limits, settings.tenant_header)
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(

@@ -12,12 +12,10 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 import structlog
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
-from opentelemetry.proto.collector.metrics.v1 import (
-    metrics_service_pb2,
-    metrics_service_pb2_grpc,
-)
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from receiver.errors import InvalidRequestError, ProdSentinelError, to_grpc_status
 from receiver.mapping.common import Mapped
@@ -28,6 +26,11 @@ from receiver.settings import Limits
 from receiver.writer import SignalSink
 
 log = structlog.get_logger(__name__)
+
+TRACE_SERVICE = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name
+LOGS_SERVICE = logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"].full_name
+METRICS_SERVICE = metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name
+OTLP_SERVICES = (TRACE_SERVICE, LOGS_SERVICE, METRICS_SERVICE)
 
 DEFAULT_TENANT = "default"
 MAX_TENANT_LENGTH = 128
@@ -55,6 +58,8 @@ class _Exporter(Generic[Req, Resp]):
     def __init__(
         self,
         signal: str,
+        service: str,
+        parse: Callable[[bytes], Req],
         table: str,
         mapper: Callable[[Req, str, Limits], Mapped[Any]],
         respond: Callable[[int, str], Resp],
@@ -63,6 +68,8 @@ class _Exporter(Generic[Req, Resp]):
         tenant_header: str,
     ) -> None:
         self._signal = signal
+        self._service = service
+        self._parse = parse
         self._table = table
         self._mapper = mapper
         self._respond = respond
@@ -70,10 +77,27 @@ class _Exporter(Generic[Req, Resp]):
         self._limits = limits
         self._tenant_header = tenant_header
 
-    async def export(self, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
+    def handler(self, serialize: Callable[[Resp], bytes]) -> grpc.GenericRpcHandler:
+        """The Export method, taking raw bytes so a malformed request is INVALID_ARGUMENT."""
+        return grpc.method_handlers_generic_handler(
+            self._service,
+            {
+                "Export": grpc.unary_unary_rpc_method_handler(
+                    self.export, response_serializer=serialize
+                )
+            },
+        )
+
+    async def export(self, payload: bytes, context: grpc.aio.ServicerContext[bytes, Resp]) -> Resp:
         started = time.perf_counter()
         try:
             tenant = tenant_of(context, self._tenant_header)
+            try:
+                request = self._parse(payload)
+            except DecodeError as error:
+                raise InvalidRequestError(
+                    "request", f"not a valid {self._signal} export: {error}"
+                ) from None
             mapped = self._mapper(request, tenant, self._limits)
             await self._sink.write(self._table, mapped.rows)
         except ProdSentinelError as error:
@@ -121,37 +145,45 @@ def _metrics_response(
     return response
 
 
-class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, sink: SignalSink, limits: Limits, tenant_header: str) -> None:
-        self._exporter = _Exporter(
-            "traces", "spans", spans_to_rows, _trace_response, sink, limits, tenant_header
-        )
-
-    async def Export(self, request: Any, context: Any) -> Any:
-        return await self._exporter.export(request, context)
-
-
-class LogsService(logs_service_pb2_grpc.LogsServiceServicer):
-    def __init__(self, sink: SignalSink, limits: Limits, tenant_header: str) -> None:
-        self._exporter = _Exporter(
-            "logs", "logs", logs_to_rows, _logs_response, sink, limits, tenant_header
-        )
-
-    async def Export(self, request: Any, context: Any) -> Any:
-        return await self._exporter.export(request, context)
-
-
-class MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
-    def __init__(self, sink: SignalSink, limits: Limits, tenant_header: str) -> None:
-        self._exporter = _Exporter(
-            "metrics",
-            "metric_points",
-            metrics_to_rows,
-            _metrics_response,
-            sink,
-            limits,
-            tenant_header,
-        )
-
-    async def Export(self, request: Any, context: Any) -> Any:
-        return await self._exporter.export(request, context)
+def otlp_handlers(
+    sink: SignalSink, limits: Limits, tenant_header: str
+) -> list[grpc.GenericRpcHandler]:
+    """gRPC handlers for the three OTLP Export services, all writing to `sink`."""
+    traces = _Exporter(
+        "traces",
+        TRACE_SERVICE,
+        trace_service_pb2.ExportTraceServiceRequest.FromString,
+        "spans",
+        spans_to_rows,
+        _trace_response,
+        sink,
+        limits,
+        tenant_header,
+    )
+    logs = _Exporter(
+        "logs",
+        LOGS_SERVICE,
+        logs_service_pb2.ExportLogsServiceRequest.FromString,
+        "logs",
+        logs_to_rows,
+        _logs_response,
+        sink,
+        limits,
+        tenant_header,
+    )
+    metrics = _Exporter(
+        "metrics",
+        METRICS_SERVICE,
+        metrics_service_pb2.ExportMetricsServiceRequest.FromString,
+        "metric_points",
+        metrics_to_rows,
+        _metrics_response,
+        sink,
+        limits,
+        tenant_header,
+    )
+    return [
+        traces.handler(trace_service_pb2.ExportTraceServiceResponse.SerializeToString),
+        logs.handler(logs_service_pb2.ExportLogsServiceResponse.SerializeToString),
+        metrics.handler(metrics_service_pb2.ExportMetricsServiceResponse.SerializeToString),
+    ]

@@ -35,7 +35,7 @@ from receiver.mapping.common import (
     text,
 )
 from receiver.mapping.rows import PG_EPOCH_OFFSET_US, MetricPointRow
-from receiver.mapping.values import Truncations, attributes_to_json
+from receiver.mapping.values import Truncations, attributes_to_json, double_to_json
 from receiver.settings import Limits
 
 Point = NumberDataPoint | HistogramDataPoint | ExponentialHistogramDataPoint | SummaryDataPoint
@@ -163,21 +163,21 @@ def _distribution(point: Point) -> dict[str, Any]:
     if isinstance(point, HistogramDataPoint):
         return {
             "count": point.count,
-            "sum": point.sum if point.HasField("sum") else None,
-            "min": point.min if point.HasField("min") else None,
-            "max": point.max if point.HasField("max") else None,
-            "explicit_bounds": list(point.explicit_bounds),
+            "sum": double_to_json(point.sum) if point.HasField("sum") else None,
+            "min": double_to_json(point.min) if point.HasField("min") else None,
+            "max": double_to_json(point.max) if point.HasField("max") else None,
+            "explicit_bounds": [double_to_json(bound) for bound in point.explicit_bounds],
             "bucket_counts": list(point.bucket_counts),
         }
     if isinstance(point, ExponentialHistogramDataPoint):
         return {
             "count": point.count,
-            "sum": point.sum if point.HasField("sum") else None,
-            "min": point.min if point.HasField("min") else None,
-            "max": point.max if point.HasField("max") else None,
+            "sum": double_to_json(point.sum) if point.HasField("sum") else None,
+            "min": double_to_json(point.min) if point.HasField("min") else None,
+            "max": double_to_json(point.max) if point.HasField("max") else None,
             "scale": point.scale,
             "zero_count": point.zero_count,
-            "zero_threshold": point.zero_threshold,
+            "zero_threshold": double_to_json(point.zero_threshold),
             "positive": {
                 "offset": point.positive.offset,
                 "bucket_counts": list(point.positive.bucket_counts),
@@ -190,9 +190,10 @@ def _distribution(point: Point) -> dict[str, Any]:
     assert isinstance(point, SummaryDataPoint)
     return {
         "count": point.count,
-        "sum": point.sum,
+        "sum": double_to_json(point.sum),
         "quantile_values": [
-            {"quantile": q.quantile, "value": q.value} for q in point.quantile_values
+            {"quantile": q.quantile, "value": double_to_json(q.value)}
+            for q in point.quantile_values
         ],
     }
 
@@ -201,8 +202,10 @@ def _exemplar(exemplar: Exemplar, limits: Limits, cuts: Truncations) -> dict[str
     attributes, _ = attributes_to_json(
         exemplar.filtered_attributes, limits.attribute_value_length, limits.attribute_count, cuts
     )
-    value: float | int = (
-        exemplar.as_int if exemplar.WhichOneof("value") == "as_int" else exemplar.as_double
+    value = (
+        exemplar.as_int
+        if exemplar.WhichOneof("value") == "as_int"
+        else double_to_json(exemplar.as_double)
     )
     return {
         "time_unix_nano": exemplar.time_unix_nano,

@@ -38,6 +38,13 @@ class Truncations:
         return bool(self.truncated_values or self.dropped_attributes)
 
 
+def double_to_json(number: float) -> JSON:
+    """A double as JSON: finite numbers as they are, NaN and infinities tagged (JSON has none)."""
+    if math.isfinite(number):
+        return number
+    return {"@double": "NaN" if math.isnan(number) else ("Infinity" if number > 0 else "-Infinity")}
+
+
 def any_value_to_json(value: AnyValue, max_length: int, cuts: Truncations) -> JSON:
     """Convert one AnyValue (of any kind, nested) to a JSON-ready value."""
     kind = value.WhichOneof("value")
@@ -52,12 +59,7 @@ def any_value_to_json(value: AnyValue, max_length: int, cuts: Truncations) -> JS
     if kind == "bool_value":
         return value.bool_value
     if kind == "double_value":
-        number = value.double_value
-        if math.isfinite(number):
-            return number
-        return {
-            "@double": "NaN" if math.isnan(number) else ("Infinity" if number > 0 else "-Infinity")
-        }
+        return double_to_json(value.double_value)
     if kind == "array_value":
         return [any_value_to_json(item, max_length, cuts) for item in value.array_value.values]
     if kind == "kvlist_value":
