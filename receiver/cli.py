@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     migrate = commands.add_parser("migrate", help="apply database migrations (Alembic)")
-    migrate.add_argument("--revision", default="head")
+    migrate.add_argument("--revision", default="heads")
     migrate.set_defaults(run=_migrate)
 
     downgrade = commands.add_parser("downgrade", help="revert database migrations")

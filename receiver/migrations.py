@@ -32,8 +32,11 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
-    """Apply migrations up to `revision`. Call from synchronous code (env.py runs its own loop)."""
+def upgrade(database_url: str, revision: str = "heads") -> None:
+    """Apply migrations up to `revision` (every branch head by default).
+
+    Call from synchronous code: env.py runs its own event loop.
+    """
     command.upgrade(alembic_config(database_url), revision)
 
 

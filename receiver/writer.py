@@ -24,6 +24,10 @@ from receiver.mapping.rows import TABLE_COLUMNS
 log = structlog.get_logger(__name__)
 
 
+CommittedBatch = Sequence[tuple[str, Sequence[tuple[object, ...]]]]
+CommitListener = Callable[[CommittedBatch], None]
+
+
 class SignalSink(Protocol):
     """Where mapped rows go; `write` returns once they are durably stored."""
 
@@ -65,6 +69,7 @@ class GroupCommitWriter:
         self._tasks: list[asyncio.Task[None]] = []
         self._accepting = True
         self._closing = False
+        self._listeners: list[CommitListener] = []
 
     @property
     def pending_rows(self) -> int:
@@ -73,6 +78,15 @@ class GroupCommitWriter:
     def set_accepting(self, accepting: bool) -> None:
         """Health monitoring flips this: while the database is unreachable, fail fast."""
         self._accepting = accepting
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        """Call `listener` with [(table, rows), ...] after each commit, before acknowledging.
+
+        Listeners must not block or raise into the writer: they get committed rows and
+        schedule their own work (the incident trigger does). A listener that raises is
+        logged and ignored, so it can never fail an Export.
+        """
+        self._listeners.append(listener)
 
     def start(self) -> None:
         self._tasks = [
@@ -160,11 +174,22 @@ class GroupCommitWriter:
             if not isinstance(error, Exception):
                 raise
         else:
+            self._notify(batch)
             for item in batch:
                 if not item.done.done():
                     item.done.set_result(None)
         finally:
             self._pending_rows -= rows
+
+    def _notify(self, batch: list[_Item]) -> None:
+        if not self._listeners:
+            return
+        committed = [(item.table, item.rows) for item in batch]
+        for listener in self._listeners:
+            try:
+                listener(committed)
+            except Exception:
+                log.exception("commit_listener_failed", listener=repr(listener))
 
     async def _flush_alone(self, item: _Item) -> None:
         self._pending_rows += len(item.rows)  # _flush subtracts them again
@@ -189,7 +214,9 @@ class GroupCommitWriter:
 
 
 async def _insert_new_only(
-    connection: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, table: str, rows: list[tuple[object, ...]]
+    connection: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    table: str,
+    rows: list[tuple[object, ...]],
 ) -> None:
     columns = TABLE_COLUMNS[table]
     staging = f"incoming_{table}"

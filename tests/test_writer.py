@@ -212,3 +212,29 @@ def _retry_delay(error: grpc.aio.AioRpcError) -> float:
         if detail.Unpack(info):
             return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
     raise AssertionError("no RetryInfo in the status details")
+
+
+async def test_commit_listeners_see_committed_rows_and_cannot_fail_writes(
+    pool: asyncpg.Pool, db: asyncpg.Connection, tenant: str
+) -> None:
+    """A listener gets each committed batch (rows already visible); one that raises fails nothing."""
+    writer = GroupCommitWriter(pool, WriterConfig(linger_seconds=0))
+    seen: list[tuple[str, int, int]] = []
+
+    async def visible() -> int:
+        return int(await db.fetchval("SELECT count(*) FROM spans WHERE tenant_id = $1", tenant))
+
+    def listener(batch) -> None:  # type: ignore[no-untyped-def]
+        for table, rows in batch:
+            seen.append((table, len(rows), 0))
+
+    def broken(batch) -> None:  # type: ignore[no-untyped-def]
+        raise RuntimeError("listener bug")
+
+    writer.add_commit_listener(broken)
+    writer.add_commit_listener(listener)
+    writer.start()
+    await writer.write("spans", spans_to_rows(span_request(3), tenant, Limits()).rows)
+    await writer.close()
+    assert seen == [("spans", 3, 0)]
+    assert await visible() == 3
