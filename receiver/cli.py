@@ -6,8 +6,11 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import multiprocessing
+import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 import structlog
@@ -20,6 +23,7 @@ from receiver.settings import Settings
 log = structlog.get_logger("prodsentinel")
 
 EMBEDDED_DATABASE = "prodsentinel"
+CHILD_STOP_SECONDS = 30.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve OTLP/gRPC against DATABASE_URL")
     serve.set_defaults(run=_serve)
+    for command in (up, serve):
+        command.add_argument(
+            "--processes",
+            type=_positive_int,
+            default=1,
+            help="receiver processes sharing the port (SO_REUSEPORT); one uses one core",
+        )
 
     migrate = commands.add_parser("migrate", help="apply database migrations (Alembic)")
     migrate.add_argument("--revision", default="heads")
@@ -85,8 +96,7 @@ def _downgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     settings.asyncpg_dsn  # noqa: B018 - fails early, naming DATABASE_URL, when it is unset
-    asyncio.run(_run_until_signalled(settings))
-    return 0
+    return _serve_processes(settings, args.processes)
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
@@ -109,10 +119,57 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
             log.info("embedded_redis_started", url=redis_url)
         settings = dataclasses.replace(settings, database_url=database_url, redis_url=redis_url)
         migrations.upgrade(settings.asyncpg_dsn)
-        log.info("migrated", revision="head")
-        asyncio.run(_run_until_signalled(settings))
+        log.info("migrated", revision="heads")
+        status = _serve_processes(settings, args.processes)
     log.info("stopped")
+    return status
+
+
+def _serve_processes(settings: Settings, processes: int) -> int:
+    """Serve in this process, or in `processes` child processes sharing the port."""
+    if processes == 1:
+        asyncio.run(_run_until_signalled(settings))
+        return 0
+    if settings.grpc_address.endswith(":0"):
+        raise SettingsError("PRODSENTINEL_GRPC_ADDRESS", "needs a fixed port with --processes > 1")
+    context = multiprocessing.get_context("spawn")
+    children = [
+        context.Process(target=_child_main, args=(settings,), name=f"receiver-{n}")
+        for n in range(processes)
+    ]
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    for child in children:
+        child.start()
+    log.info("receiver_processes_started", pids=[child.pid for child in children])
+    while not stop.is_set() and all(child.is_alive() for child in children):
+        stop.wait(0.5)
+    for child in children:
+        if child.is_alive() and child.pid is not None:
+            os.kill(child.pid, signal.SIGTERM)
+    for child in children:
+        child.join(CHILD_STOP_SECONDS)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    failed = [child.name for child in children if child.exitcode not in (0, -signal.SIGTERM)]
+    if failed:
+        log.error("receiver_processes_failed", processes=failed)
+        return 1
     return 0
+
+
+def _child_main(settings: Settings) -> None:
+    configure_logging(settings.log_level)
+    asyncio.run(_run_until_signalled(settings))
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
 
 
 async def _run_until_signalled(settings: Settings) -> None:

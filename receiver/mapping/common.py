@@ -102,7 +102,10 @@ def resource_context(
     attributes, dropped = attributes_to_json(
         resource.attributes, limits.attribute_value_length, limits.attribute_count, cuts
     )
-    service = attributes.get("service.name")
+    # Read from the request, not the limited copy: limits must not change the service.
+    service = next(
+        (kv.value.string_value for kv in resource.attributes if kv.key == "service.name"), None
+    )
     return ResourceContext(
         service_name=text(service) if isinstance(service, str) and service else UNKNOWN_SERVICE,
         resource_json=dumps(attributes),

@@ -51,8 +51,9 @@ def logs_to_rows(
                     LogRow(
                         tenant_id,
                         signal.digest(),
-                        record.trace_id or None,
-                        record.span_id or None,
+                        # logs.proto: an all-zero id is invalid and means "no trace/span".
+                        record.trace_id if any(record.trace_id) else None,
+                        record.span_id if any(record.span_id) else None,
                         resource.service_name,
                         when // 1000 - PG_EPOCH_OFFSET_US,
                         record.time_unix_nano,

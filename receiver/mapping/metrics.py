@@ -154,7 +154,7 @@ def _problem(name: str, kind: str, point: Point) -> str | None:
 def _exemplar_trace_id(exemplars: Any) -> bytes | None:
     """A point's trace is that of its first exemplar that has one: it links metrics to traces."""
     for exemplar in exemplars:
-        if exemplar.trace_id:
+        if any(exemplar.trace_id):  # an all-zero id means no trace
             return bytes(exemplar.trace_id)
     return None
 

@@ -86,7 +86,7 @@ def _span_row(
         span_signal_id(span.trace_id, span.span_id),
         span.trace_id,
         span.span_id,
-        span.parent_span_id or None,
+        span.parent_span_id if any(span.parent_span_id) else None,  # all-zero: no parent
         resource.service_name,
         text(span.name),
         span.kind,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -80,17 +80,17 @@ def any_value_to_json(value: AnyValue, max_length: int, cuts: Truncations) -> JS
 
 
 def attributes_to_json(
-    attributes: Iterable[KeyValue], max_length: int, max_count: int, cuts: Truncations
+    attributes: Sequence[KeyValue], max_length: int, max_count: int, cuts: Truncations
 ) -> tuple[dict[str, JSON], int]:
     """Convert attributes to a dict; return it with the number dropped by the count limit."""
+    if not attributes:
+        return {}, 0
+    if len(attributes) > max_count:
+        return _limited_attributes_to_json(attributes, max_length, max_count, cuts)
+    # The hot path of ingestion (about ten attributes per span): kept flat on purpose.
     result: dict[str, JSON] = {}
-    dropped = 0
     for kv in attributes:
-        if len(result) >= max_count and kv.key not in result:
-            dropped += 1
-            continue
         value = kv.value
-        # Fast path for the overwhelmingly common scalar kinds.
         kind = value.WhichOneof("value")
         if kind == "string_value":
             text = value.string_value
@@ -104,6 +104,20 @@ def attributes_to_json(
             result[kv.key] = value.bool_value
         else:
             result[kv.key] = any_value_to_json(value, max_length, cuts)
+    return result, 0
+
+
+def _limited_attributes_to_json(
+    attributes: Sequence[KeyValue], max_length: int, max_count: int, cuts: Truncations
+) -> tuple[dict[str, JSON], int]:
+    """Over the count limit: keep the first `max_count` distinct keys, count the rest dropped."""
+    result: dict[str, JSON] = {}
+    dropped = 0
+    for kv in attributes:
+        if len(result) >= max_count and kv.key not in result:
+            dropped += 1
+            continue
+        result[kv.key] = any_value_to_json(kv.value, max_length, cuts)
     cuts.dropped_attributes += dropped
     return result, dropped
 
@@ -140,6 +154,8 @@ def json_to_any_value(data: JSON, out: AnyValue) -> None:
         kvlist.SetInParent()
         for key, item in data.items():
             kv = kvlist.values.add(key=key)
+            # Senders always set KeyValue.value, even to an empty AnyValue (stored as null).
+            kv.value.SetInParent()
             json_to_any_value(item, kv.value)
     else:  # pragma: no cover - stored JSON has no other kinds
         raise TypeError(f"unexpected JSON value {data!r}")
@@ -148,4 +164,6 @@ def json_to_any_value(data: JSON, out: AnyValue) -> None:
 def json_to_attributes(data: dict[str, JSON], out: Any) -> None:
     """Fill a repeated KeyValue field from a stored attributes object."""
     for key, item in data.items():
-        json_to_any_value(item, out.add(key=key).value)
+        value = out.add(key=key).value
+        value.SetInParent()
+        json_to_any_value(item, value)
