@@ -7,9 +7,15 @@ servers of your own instead; each session then creates and drops its own databas
 
 from __future__ import annotations
 
+import os
+
+# Tests fork helper processes (pg_ctl run as another user cannot use vfork) while gRPC
+# threads are busy; gRPC's fork handlers then crash the child before exec. Must be set
+# before grpc is imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import asyncio
 import dataclasses
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
