@@ -8,6 +8,7 @@ new state comes from the pure lifecycle and is written with its events.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import time
 from collections.abc import Sequence
@@ -15,6 +16,8 @@ from collections.abc import Sequence
 import structlog
 
 from analyzer.fingerprint import compute_fingerprint
+from analyzer.graph import store as graph_store
+from analyzer.graph.model import Criticality
 from analyzer.lifecycle import Occurrence, record_occurrence
 from analyzer.origin import Analysis, LogRecord, analyse_log, analyse_trace, describe_log
 from analyzer.severity import SeverityRules, is_spike, with_spike
@@ -89,11 +92,25 @@ async def record_trace(
     if await incident_store.occurrence_exists(conn, tenant, trace_id):
         return Outcome.ALREADY_RECORDED
     spans, logs = await signal_store.load_trace(conn, tenant, trace_id, max_spans)
+    rules = await with_catalog(conn, tenant, {s.service_name for s in spans}, rules)
     analysis = analyse_trace(trace_id, spans, logs, rules)
     if analysis is None:
         log.warning("trace_without_errors", tenant=tenant, trace_id=trace_id.hex())
         return Outcome.NO_ERRORS
     return await record_analysis(conn, tenant, analysis, rules, now_us())
+
+
+async def with_catalog(
+    conn: Conn, tenant: str, services: set[str], rules: SeverityRules
+) -> SeverityRules:
+    """The rules, with the services the catalog marks critical added to `critical_services`."""
+    if not services:
+        return rules
+    marked = await graph_store.criticalities(conn, tenant, sorted(services))
+    critical = {name for name, level in marked.items() if level is Criticality.CRITICAL}
+    if critical <= rules.critical_services:
+        return rules
+    return dataclasses.replace(rules, critical_services=rules.critical_services | critical)
 
 
 def fingerprint_of_log(record: LogRecord) -> str:

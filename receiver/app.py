@@ -15,6 +15,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from receiver.database import CONNECTION_ERRORS, create_writer_pool, is_reachable
+from receiver.extensions import Extensions
 from receiver.otlp_service import OTLP_SERVICES, otlp_handlers
 from receiver.partitions import ensure_partitions, partitions_for
 from receiver.settings import Settings
@@ -41,6 +42,7 @@ class Receiver:
         self._recheck = asyncio.Event()
         self._reachable: bool | None = None
         self._partitions_checked_at = float("-inf")
+        self._extensions = Extensions(settings)
 
     @property
     def writer(self) -> GroupCommitWriter:
@@ -79,10 +81,13 @@ class Receiver:
         server.add_generic_rpc_handlers(
             otlp_handlers(self._writer, settings.limits, settings.tenant_header)
         )
+        await self._extensions.attach(server, self._writer)
+        await self._set_health(serving=bool(self._reachable))  # now for every service
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (
                 *OTLP_SERVICES,
+                *self._extensions.service_names,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),
@@ -104,6 +109,7 @@ class Receiver:
             await asyncio.gather(self._monitor, return_exceptions=True)
         if self._writer is not None:
             await self._writer.close()
+        await self._extensions.close()
         if self._pool is not None:
             await self._pool.close()
         log.info("receiver_stopped")
@@ -158,5 +164,5 @@ class Receiver:
             if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for name in ("", *OTLP_SERVICES):
+        for name in ("", *OTLP_SERVICES, *self._extensions.service_names):
             await self._health.set(name, status)

@@ -9,15 +9,20 @@ import dataclasses
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Sequence
 
 import structlog
 
+from analyzer import terminal as incident_terminal
+from analyzer.graph import terminal as graph_terminal
 from receiver import __version__, migrations
+from receiver import bench as bench_module
 from receiver.errors import ProdSentinelError, SettingsError
 from receiver.logging import configure_logging
+from receiver.query import terminal as query_terminal
 from receiver.settings import Settings
 
 log = structlog.get_logger("prodsentinel")
@@ -74,11 +79,16 @@ def _parser() -> argparse.ArgumentParser:
     downgrade.add_argument("revision", help="target revision, e.g. base")
     downgrade.set_defaults(run=_downgrade)
 
-    bench = commands.add_parser("bench", help="measure ingestion throughput against a receiver")
-    from receiver import bench as bench_module
+    worker = commands.add_parser("worker", help="run the analysis worker (Dramatiq actors)")
+    worker.set_defaults(run=_worker)
 
+    bench = commands.add_parser("bench", help="measure ingestion throughput against a receiver")
     bench_module.add_arguments(bench)
     bench.set_defaults(run=bench_module.run)
+
+    query_terminal.add_commands(commands)  # trace, traces, logs, services
+    incident_terminal.add_commands(commands)  # incidents, incident
+    graph_terminal.add_commands(commands)  # graph, graph-cycles, graph-set
     return parser
 
 
@@ -99,8 +109,19 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return _serve_processes(settings, args.processes)
 
 
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from analyzer.worker import run_worker
+
+    settings.asyncpg_dsn  # noqa: B018 - fails early, naming DATABASE_URL, when it is unset
+    if settings.redis_url is None:
+        raise SettingsError("REDIS_URL", "is required by the worker (its queue)")
+    return run_worker(settings)
+
+
 def _up(args: argparse.Namespace, settings: Settings) -> int:
-    """Start embedded servers for what is not configured, migrate, serve; stop all on a signal."""
+    """Start embedded servers for what is not configured, migrate, run a worker and serve;
+    stop everything on a signal (the worker first, the embedded servers last)."""
+    from analyzer.worker import start_worker_process
     from receiver.embedded import start_postgres, start_redis
 
     with contextlib.ExitStack() as started:
@@ -120,6 +141,9 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
         settings = dataclasses.replace(settings, database_url=database_url, redis_url=redis_url)
         migrations.upgrade(settings.asyncpg_dsn)
         log.info("migrated", revision="heads")
+        worker = start_worker_process({"DATABASE_URL": database_url, "REDIS_URL": redis_url})
+        started.callback(_stop_child, worker)
+        log.info("worker_started", pid=worker.pid)
         status = _serve_processes(settings, args.processes)
     log.info("stopped")
     return status
@@ -158,6 +182,16 @@ def _serve_processes(settings: Settings, processes: int) -> int:
         log.error("receiver_processes_failed", processes=failed)
         return 1
     return 0
+
+
+def _stop_child(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(CHILD_STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 def _child_main(settings: Settings) -> None:

@@ -6,10 +6,12 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import platformdirs
 
+from analyzer.graph.config import ENVIRONMENT as GRAPH_ENVIRONMENT
+from analyzer.graph.config import GraphConfig
 from receiver.errors import SettingsError
 
 T = TypeVar("T")
@@ -46,6 +48,15 @@ class Settings:
     partition_days_ahead: int = 3
     retry_after_seconds: float = 1.0
     health_check_interval_seconds: float = 2.0
+    graph: GraphConfig = dataclasses.field(default_factory=GraphConfig)
+    incident_settle_seconds: float = 10.0
+    incident_trigger_ttl_seconds: float = 3600.0
+    incident_auto_resolve_seconds: float = 86_400.0
+    incident_rules_file: Path | None = None
+    incident_sweep_interval_seconds: float = 60.0
+    incident_sweep_min_age_seconds: float = 120.0
+    worker_threads: int = 8
+    trigger_redis_url: str | None = None
 
     @property
     def asyncpg_dsn(self) -> str:
@@ -157,6 +168,8 @@ class Settings:
                 float,
                 minimum=0.05,
             ),
+            graph=_section(env, GraphConfig, GRAPH_ENVIRONMENT),
+            **_incident_settings(env, defaults, redis_url),
         )
 
 
@@ -192,6 +205,55 @@ def _num(
     if value < minimum:  # type: ignore[operator]
         raise SettingsError(name, f"must be >= {minimum}, got {text!r}")
     return value
+
+
+def _incident_settings(
+    env: Mapping[str, str], defaults: Settings, redis_url: str | None
+) -> dict[str, Any]:
+    seconds = {
+        "incident_settle_seconds": ("PRODSENTINEL_INCIDENT_SETTLE_SECONDS", 0.0),
+        "incident_trigger_ttl_seconds": ("PRODSENTINEL_INCIDENT_TRIGGER_TTL_SECONDS", 1.0),
+        "incident_auto_resolve_seconds": ("PRODSENTINEL_INCIDENT_AUTO_RESOLVE_SECONDS", 0.0),
+        "incident_sweep_interval_seconds": ("PRODSENTINEL_INCIDENT_SWEEP_INTERVAL_SECONDS", 0.0),
+        "incident_sweep_min_age_seconds": ("PRODSENTINEL_INCIDENT_SWEEP_MIN_AGE_SECONDS", 0.0),
+    }
+    values: dict[str, Any] = {
+        field: _num(env, variable, getattr(defaults, field), float, minimum=minimum)
+        for field, (variable, minimum) in seconds.items()
+    }
+    if values["incident_trigger_ttl_seconds"] <= values["incident_settle_seconds"]:
+        raise SettingsError(
+            "PRODSENTINEL_INCIDENT_TRIGGER_TTL_SECONDS", "must be longer than the settle window"
+        )
+    rules = _opt(env, "PRODSENTINEL_INCIDENT_RULES_FILE")
+    values["incident_rules_file"] = Path(rules).expanduser() if rules else None
+    values["worker_threads"] = _num(
+        env, "PRODSENTINEL_WORKER_THREADS", defaults.worker_threads, int, minimum=1
+    )
+    marks = _opt(env, "PRODSENTINEL_TRIGGER_REDIS_URL")
+    if marks is not None and not marks.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError("PRODSENTINEL_TRIGGER_REDIS_URL", "must be a redis:// URL")
+    if marks is None and redis_url is not None and redis_url.startswith(("amqp://", "amqps://")):
+        raise SettingsError(
+            "PRODSENTINEL_TRIGGER_REDIS_URL",
+            "is required when REDIS_URL is amqp:// (the trigger's marks live in Redis)",
+        )
+    values["trigger_redis_url"] = marks
+    return values
+
+
+def _section(env: Mapping[str, str], kind: Callable[..., T], variables: Mapping[str, str]) -> T:
+    """A nested config dataclass: each field from its variable when set, else its default.
+
+    The dataclass validates itself and raises SettingsError naming the variable.
+    """
+    defaults: Any = kind()
+    values: dict[str, Any] = {}
+    for field, variable in variables.items():
+        default = getattr(defaults, field)
+        parse: Callable[[str], Any] = float if isinstance(default, float) else type(default)
+        values[field] = _num(env, variable, default, parse, minimum=float("-inf"))
+    return kind(**values)
 
 
 def _check_address(address: str) -> None:

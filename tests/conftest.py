@@ -13,6 +13,9 @@ import os
 # threads are busy; gRPC's fork handlers then crash the child before exec. Must be set
 # before grpc is imported.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+# Workers the tests start (subprocesses inherit this) must not run the service-graph
+# upkeep on their own clock: graph tests drive it explicitly, with the time they choose.
+os.environ.setdefault("PRODSENTINEL_GRAPH_UPKEEP_INTERVAL_SECONDS", "0")
 
 import asyncio
 import dataclasses

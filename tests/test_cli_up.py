@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -19,7 +20,8 @@ from receiver.embedded import start_postgres
 
 async def test_up_runs_everything_and_stops_everything(tmp_path: Path) -> None:
     """Given no DATABASE_URL/REDIS_URL, `prodsentinel up` starts embedded PostgreSQL and Redis,
-    migrates, accepts OTLP, and on SIGTERM stops every process it started; the data stays."""
+    migrates, runs a worker, accepts OTLP, and on SIGTERM stops every process it started;
+    the data stays."""
     data_dir = tmp_path / "data"
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
@@ -53,6 +55,9 @@ async def test_up_runs_everything_and_stops_everything(tmp_path: Path) -> None:
     assert process.returncode == 0, text
     assert "embedded_postgres_started" in text
     assert "embedded_redis_started" in text
+    events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    worker_pid = next(e["pid"] for e in events if e.get("event") == "worker_started" and "pid" in e)
+    assert not _alive(worker_pid)
     # Everything it started is stopped: no postmaster, no redis left behind.
     assert not (data_dir / "pgdata" / "postmaster.pid").exists(), text
     redis_pid_files = list((data_dir / "redis").glob("*.pid"))

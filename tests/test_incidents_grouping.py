@@ -179,3 +179,43 @@ async def test_error_logs_without_a_trace_group_by_fingerprint(
         ("card <int> expired", 2),
         ("invoice <int> not found", 5),
     ]
+
+
+async def test_critical_service_in_the_catalog_escalates_severity(
+    receiver: Receiver,
+    attach_trigger: TriggerFactory,
+    start_worker: WorkerFactory,
+    db: asyncpg.Connection,
+    tenant: str,
+) -> None:
+    """Given the service catalog marks `ledger` critical, when the same kind of entry-span error
+    happens in `ledger` and in `catalog`, then ledger's incident is one level higher (critical
+    vs high) and its history says why."""
+    await db.execute(
+        "INSERT INTO services (tenant_id, name, kind, instrumented, criticality, first_seen, "
+        "last_seen) VALUES ($1, 'ledger', 'service', true, 'critical', now(), now())",
+        tenant,
+    )
+    await attach_trigger(receiver)
+    await start_worker()
+    for service in ("ledger", "catalog"):
+        span = error_span(os.urandom(16), exception_type="RuntimeError", message="boom")
+        await export_spans(receiver.port or 0, tenant, trace_request(service, [span]))
+
+    async def two() -> bool:
+        return await occurrences_of(db, tenant) == 2
+
+    await eventually(two)
+    rows = await db.fetch(
+        "SELECT service_name, severity FROM incidents WHERE tenant_id = $1 ORDER BY 1", tenant
+    )
+    assert [(r["service_name"], r["severity"]) for r in rows] == [
+        ("catalog", "high"),
+        ("ledger", "critical"),
+    ]
+    reasons = await db.fetchval(
+        "SELECT string_agg(e.reason, ' | ') FROM incident_events e JOIN incidents i "
+        "ON i.id = e.incident_id WHERE i.tenant_id = $1 AND i.service_name = 'ledger'",
+        tenant,
+    )
+    assert "ledger is a critical service" in reasons

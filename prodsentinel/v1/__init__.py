@@ -1,0 +1,1 @@
+"""Generated code of ProdSentinel's APIs (scripts/generate_protos.py)."""
