@@ -17,13 +17,13 @@ from analyzer.graph.service import add_graph_service
 from analyzer.service import add_incident_service
 from analyzer.trigger import IncidentTrigger
 from receiver.query.service import add_query_service
+from receiver.query.sql import create_query_pool
 from receiver.settings import Settings
 from receiver.writer import GroupCommitWriter
 
 log = structlog.get_logger(__name__)
 
-API_COMMAND_TIMEOUT_SECONDS = 10.0
-API_POOL_SIZE = 4
+API_POOL_SIZE = 4  # GetTrace uses two connections at once
 
 ServiceRegistrar = Callable[[grpc.aio.Server, asyncpg.Pool, Settings], str]
 API_SERVICES: tuple[ServiceRegistrar, ...] = (
@@ -44,13 +44,9 @@ class Extensions:
 
     async def attach(self, server: grpc.aio.Server, writer: GroupCommitWriter) -> None:
         settings = self._settings
-        # Pools open connections lazily, so this works while the database is down.
-        self._api_pool = await asyncpg.create_pool(
-            settings.asyncpg_dsn,
-            min_size=0,
-            max_size=API_POOL_SIZE,
-            command_timeout=API_COMMAND_TIMEOUT_SECONDS,
-        )
+        # Opens connections lazily, so this works while the database is down. No JIT,
+        # no parallel workers, a statement timeout: reads must never starve ingestion.
+        self._api_pool = await create_query_pool(settings.asyncpg_dsn, size=API_POOL_SIZE)
         self.service_names = [add(server, self._api_pool, settings) for add in API_SERVICES]
         if settings.redis_url is not None:
             self._trigger = IncidentTrigger(AnalyzerConfig.from_settings(settings))

@@ -19,6 +19,8 @@ the field, so no call can scan unbounded history):
     (FindTraces 20/100, SearchLogs 100/1000, QueryMetrics series 100/1000,
     GetServices and GetOperations 100/1000);
   - a page_token is only valid with the request that returned it (same filters);
+  - FindTraces and SearchLogs read at most 50,000 rows per call (and start no new
+    read after ~100 ms), then return a page token to continue;
   - at most 16 attribute filters; QueryMetrics reads at most 200,000 points and
     returns at most 11,000 steps per series;
   - GetTrace returns at most 10,000 spans and 10,000 log records (and says so).
@@ -266,8 +268,9 @@ class FindTracesResponse(_message.Message):
     TRACES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
-    """Empty when there is nothing more. A page can hold fewer than page_size traces (one
-    call examines at most 50,000 spans) and still have a next page.
+    """Empty when there is nothing more. A page can hold fewer than page_size traces, even
+    none, and still have a next page: one call reads at most 50,000 spans, for about
+    100 ms at most, then says where to continue.
     """
     @_builtins.property
     def traces(self) -> _containers.RepeatedCompositeFieldContainer[Global___TraceSummary]: ...
@@ -347,6 +350,7 @@ class SearchLogsResponse(_message.Message):
     LOGS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """As FindTraces': a short (or empty) page can have a next page."""
     @_builtins.property
     def logs(self) -> _logs_pb2.LogsData:
         """Newest first, in the order resource_logs -> scope_logs -> log_records; consecutive

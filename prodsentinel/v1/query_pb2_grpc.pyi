@@ -19,6 +19,8 @@ the field, so no call can scan unbounded history):
     (FindTraces 20/100, SearchLogs 100/1000, QueryMetrics series 100/1000,
     GetServices and GetOperations 100/1000);
   - a page_token is only valid with the request that returned it (same filters);
+  - FindTraces and SearchLogs read at most 50,000 rows per call (and start no new
+    read after ~100 ms), then return a page token to continue;
   - at most 16 attribute filters; QueryMetrics reads at most 200,000 points and
     returns at most 11,000 steps per series;
   - GetTrace returns at most 10,000 spans and 10,000 log records (and says so).
