@@ -16,12 +16,12 @@ from analyzer.lifecycle import IncidentState, Transition, acknowledge, auto_reso
 from analyzer.store import incidents as incident_store
 from analyzer.store.common import Conn
 from analyzer.store.incidents import IncidentRow
-from receiver.errors import PermanentError
+from receiver.errors import NotFoundError
 
 log = structlog.get_logger(__name__)
 
 
-class IncidentNotFoundError(PermanentError):
+class IncidentNotFoundError(NotFoundError):
     """No incident with that id for the caller's tenant."""
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from receiver.errors import PermanentError
+from receiver.errors import FailedPreconditionError
 
 SYSTEM_ACTOR = "system"
 MAX_SAMPLE_TRACES = 10
@@ -59,7 +59,7 @@ class EventKind(enum.StrEnum):
     SEVERITY = "severity"
 
 
-class TransitionError(PermanentError):
+class TransitionError(FailedPreconditionError):
     """The requested change is not allowed from the incident's current status."""
 
 

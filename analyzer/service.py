@@ -22,14 +22,13 @@ from analyzer.lifecycle import (
     IncidentEvent,
     IncidentSeverity,
     IncidentStatus,
-    TransitionError,
 )
 from analyzer.store import incidents as incident_store
 from analyzer.store.incidents import IncidentFilter, IncidentRow, OccurrenceRow
 from prodsentinel.v1 import incidents_pb2 as pb
 from prodsentinel.v1 import incidents_pb2_grpc
 from receiver.database import CONNECTION_ERRORS
-from receiver.errors import InvalidRequestError, RetryableError, to_grpc_status
+from receiver.errors import InvalidRequestError, ProdSentinelError, RetryableError, to_grpc_status
 from receiver.otlp_service import tenant_of
 
 log = structlog.get_logger(__name__)
@@ -250,11 +249,7 @@ class IncidentService(incidents_pb2_grpc.IncidentServiceServicer):
 
 async def _abort(context: Any, error: Exception) -> NoReturn:
     """Turn an error into the call's status: bad input, not found, wrong state, unavailable."""
-    if isinstance(error, IncidentNotFoundError):
-        await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
-    if isinstance(error, TransitionError):
-        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
-    if isinstance(error, InvalidRequestError):
+    if isinstance(error, ProdSentinelError):  # not found, wrong state, bad input
         await context.abort_with_status(to_grpc_status(error))
     if isinstance(error, (*CONNECTION_ERRORS, asyncpg.PostgresError)):
         log.warning("incident_api_database_error", error=str(error))

@@ -41,6 +41,24 @@ class PermanentError(ProdSentinelError):
     """Retrying the same request cannot succeed."""
 
 
+class NotFoundError(PermanentError):
+    """The thing asked for does not exist for this tenant (NOT_FOUND)."""
+
+    grpc_code = code_pb2.NOT_FOUND
+
+
+class FailedPreconditionError(PermanentError):
+    """The request is valid but not in the object's current state (FAILED_PRECONDITION)."""
+
+    grpc_code = code_pb2.FAILED_PRECONDITION
+
+
+class DeadlineError(PermanentError):
+    """The work ran past its time budget; the same request would again (DEADLINE_EXCEEDED)."""
+
+    grpc_code = code_pb2.DEADLINE_EXCEEDED
+
+
 class InvalidRequestError(PermanentError):
     """A request-level field is invalid (not an item: items get partial success)."""
 
@@ -66,6 +84,8 @@ def to_grpc_status(error: ProdSentinelError) -> grpc.Status:
             str(error),
             error_details_pb2.BadRequest(field_violations=[violation]),
         )
+    if isinstance(error, NotFoundError | FailedPreconditionError | DeadlineError):
+        return _status(error.grpc_code, str(error), None)
     return _status(code_pb2.INTERNAL, str(error), None)
 
 

@@ -20,8 +20,8 @@ from analyzer.graph import messages, store
 from analyzer.graph.services import update_metadata
 from analyzer.graph.traversal import reached_names, traverse
 from prodsentinel.v1 import graph_pb2, graph_pb2_grpc
-from receiver.errors import PermanentError, ProdSentinelError, to_grpc_status
-from receiver.otlp_service import tenant_of
+from receiver.errors import NotFoundError
+from receiver.rpc import serve_rpc
 
 log = structlog.get_logger(__name__)
 
@@ -32,7 +32,7 @@ Resp = TypeVar("Resp")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-class ServiceNotFoundError(PermanentError):
+class ServiceNotFoundError(NotFoundError):
     """The caller's tenant has no service of this name."""
 
 
@@ -53,25 +53,11 @@ class GraphServicer(graph_pb2_grpc.ServiceGraphServiceServicer):
         request: Req,
         context: Context,
     ) -> Resp:
-        started = time.perf_counter()
-        try:
-            tenant = tenant_of(context, self._tenant_header)
+        async def in_store(tenant: str, request: Req) -> Resp:
             async with store.database_errors():
-                response = await handler(tenant, request)
-        except ServiceNotFoundError as error:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
-            raise  # unreachable: abort raises
-        except ProdSentinelError as error:
-            log.info("graph_rpc_failed", rpc=rpc, error=str(error))
-            await context.abort_with_status(to_grpc_status(error))
-            raise
-        log.debug(
-            "graph_rpc",
-            rpc=rpc,
-            tenant=tenant,
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
-        )
-        return response
+                return await handler(tenant, request)
+
+        return await serve_rpc("graph", rpc, self._tenant_header, in_store, request, context)
 
     async def GetServiceGraph(
         self, request: graph_pb2.GetServiceGraphRequest, context: Context

@@ -20,13 +20,7 @@ import orjson
 import structlog
 
 from prodsentinel.v1 import query_pb2, query_pb2_grpc
-from receiver.errors import (
-    InvalidRequestError,
-    PermanentError,
-    ProdSentinelError,
-    to_grpc_status,
-)
-from receiver.otlp_service import tenant_of
+from receiver.errors import NotFoundError
 from receiver.query import pagination, validation
 from receiver.query.aggregation import aggregate, check_aggregation
 from receiver.query.catalog import CatalogStore
@@ -37,8 +31,8 @@ from receiver.query.otlp_assembly import (
     trace_summary,
 )
 from receiver.query.pagination import LogCursor, NameCursor, OffsetCursor, TraceCursor
-from receiver.query.sql import QueryTimeoutError
 from receiver.query.store import MAX_TRACE_LOGS, MAX_TRACE_SPANS, TraceStore
+from receiver.rpc import serve_rpc
 from receiver.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -50,7 +44,7 @@ Resp = TypeVar("Resp")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-class TraceNotFoundError(PermanentError):
+class TraceNotFoundError(NotFoundError):
     """The caller's tenant has no span of this trace."""
 
 
@@ -72,31 +66,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         request: Req,
         context: Context,
     ) -> Resp:
-        started = time.perf_counter()
-        try:
-            tenant = tenant_of(context, self._tenant_header)
-            response = await handler(tenant, request)
-        except TraceNotFoundError as error:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
-            raise  # unreachable: abort raises
-        except QueryTimeoutError as error:
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(error))
-            raise
-        except InvalidRequestError as error:
-            log.debug("query_invalid", rpc=rpc, error=str(error))
-            await context.abort_with_status(to_grpc_status(error))
-            raise
-        except ProdSentinelError as error:
-            log.warning("query_failed", rpc=rpc, error=str(error))
-            await context.abort_with_status(to_grpc_status(error))
-            raise
-        log.debug(
-            "query",
-            rpc=rpc,
-            tenant=tenant,
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
-        )
-        return response
+        return await serve_rpc("query", rpc, self._tenant_header, handler, request, context)
 
     async def GetTrace(
         self, request: query_pb2.GetTraceRequest, context: Context

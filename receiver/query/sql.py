@@ -17,7 +17,7 @@ import asyncpg
 import structlog
 
 from receiver.database import CONNECTION_ERRORS
-from receiver.errors import PermanentError, RetryableError
+from receiver.errors import DeadlineError, PermanentError, RetryableError
 from receiver.query.validation import AttributeFilter, TimeRange
 
 log = structlog.get_logger(__name__)
@@ -28,7 +28,7 @@ STATEMENT_TIMEOUT_MS = 30_000
 STATUS_ERROR = 2  # opentelemetry.proto.trace.v1.Status.STATUS_CODE_ERROR
 
 
-class QueryTimeoutError(PermanentError):
+class QueryTimeoutError(DeadlineError):
     """A statement ran past the server's statement_timeout (the same query would again)."""
 
 
