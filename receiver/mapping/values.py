@@ -6,6 +6,7 @@ exactly are tagged, so that the query side can rebuild the original AnyValue:
 
     bytes          -> {"@bytes": "<base64>"}
     NaN / +-Inf    -> {"@double": "NaN" | "Infinity" | "-Infinity"}
+    -0.0, and whole doubles >= 1e15 (jsonb would print them as integers) -> {"@double": repr}
     a kvlist whose only key is one of these tags -> {"@kvlist": {...}}
 
 An AnyValue with nothing set becomes null.
@@ -21,6 +22,7 @@ from typing import Any
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 TAGS = frozenset({"@bytes", "@double", "@kvlist"})
+LARGE_WHOLE_DOUBLE = 1e15
 
 JSON = Any  # a JSON-ready value: None, bool, int, float, str, list, dict
 
@@ -39,10 +41,18 @@ class Truncations:
 
 
 def double_to_json(number: float) -> JSON:
-    """A double as JSON: finite numbers as they are, NaN and infinities tagged (JSON has none)."""
-    if math.isfinite(number):
-        return number
-    return {"@double": "NaN" if math.isnan(number) else ("Infinity" if number > 0 else "-Infinity")}
+    """A double as JSON. Tagged where JSON (or PostgreSQL's jsonb numeric) would not give the
+    same double back: NaN and infinities, -0.0, and whole numbers of 1e15 or more (which
+    jsonb prints as integers, so they would come back as int_value)."""
+    if not math.isfinite(number):
+        return {
+            "@double": "NaN" if math.isnan(number) else ("Infinity" if number > 0 else "-Infinity")
+        }
+    if number == 0 and math.copysign(1.0, number) < 0:
+        return {"@double": "-0.0"}
+    if abs(number) >= LARGE_WHOLE_DOUBLE and number.is_integer():
+        return {"@double": repr(number)}
+    return number
 
 
 def any_value_to_json(value: AnyValue, max_length: int, cuts: Truncations) -> JSON:
