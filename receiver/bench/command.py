@@ -75,6 +75,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_positive_int,
         help="rows per ceiling COPY (default: the receiver's mean rows per commit in this run)",
     )
+    parser.add_argument(
+        "--ceiling-connections",
+        type=_positive_int,
+        help="connections for the ceiling COPY (default: receivers x PRODSENTINEL_WRITER_CONNECTIONS)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
 
 
@@ -96,6 +101,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """`prodsentinel bench`: 0, or 1 when acknowledged rows are missing from the database."""
     if args.address and settings.database_url is None:
         raise ProdSentinelError("bench: --address needs DATABASE_URL, that receiver's database")
+    if args.ceiling_connections is None:  # as many connections as the receivers had in all
+        processes = len(args.receiver_pid) if args.address else args.receivers
+        args.ceiling_connections = max(1, processes) * settings.writer_connections
     config = BenchConfig.from_args(args)
     with contextlib.ExitStack() as cleanup:
         database_url = settings.database_url or embedded_database(cleanup)

@@ -47,6 +47,9 @@ class BenchConfig:
     warmup: float = 2.0  # seconds of load before measuring (connections, caches, partitions)
     ceiling_rows: int | None = None  # None: as many as acknowledged, at most CEILING_MAX_ROWS
     ceiling_batch_rows: int | None = None  # None: the receiver's mean rows per commit
+    # The receivers' database connections in all (processes x writer connections), so the
+    # ceiling gets as much parallelism as the receivers had. None: writer_connections.
+    ceiling_connections: int | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> BenchConfig:
@@ -59,6 +62,7 @@ class BenchConfig:
             warmup=args.warmup,
             ceiling_rows=args.ceiling_rows,
             ceiling_batch_rows=args.ceiling_batch_rows,
+            ceiling_connections=args.ceiling_connections,
         )
 
 
@@ -115,7 +119,8 @@ async def measure(
     log.info("bench_ceiling_mapping", requests=ceiling_requests)
     rows = map_requests(itertools.islice(pool, ceiling_requests), tenant, settings.limits)
     log.info("bench_ceiling_copy", rows=len(rows), batch_rows=batch_rows)
-    ceiling = await copy_ceiling(dsn, rows, batch_rows, settings.writer_connections)
+    connections = config.ceiling_connections or settings.writer_connections
+    ceiling = await copy_ceiling(dsn, rows, batch_rows, connections)
     del rows
     async with open_connection(dsn) as connection:
         stored = await stored_rows(connection, tenant)
