@@ -27,6 +27,8 @@ from analyzer import grouping, sweeper
 from analyzer.actions import auto_resolve_quiet
 from analyzer.config import AnalyzerConfig
 from analyzer.severity import load_rules
+from analyzer.triage.runner import Tier2Runner
+from analyzer.triage.tier2 import LLMConfig
 from receiver.database import CONNECTION_ERRORS
 
 log = structlog.get_logger(__name__)
@@ -128,9 +130,15 @@ class IncidentActors:
     """The analyzer's actors, declared on a given broker (receivers only send to them)."""
 
     def __init__(
-        self, broker: dramatiq.Broker, config: AnalyzerConfig, dsn: str | None = None
+        self,
+        broker: dramatiq.Broker,
+        config: AnalyzerConfig,
+        dsn: str | None = None,
+        llm: LLMConfig | None = None,
     ) -> None:
         self.config = config
+        # Tier-2 triage, only with a provider configured (PRODSENTINEL_LLM_*).
+        self.tier2 = Tier2Runner.from_config(llm) if llm is not None else None
         self.broker = broker
         self.rules = load_rules(config.rules_file)
         self.runtime: WorkerRuntime | None = None
@@ -165,7 +173,7 @@ class IncidentActors:
         async def work(pool: asyncpg.Pool) -> grouping.Outcome:
             async with pool.acquire() as conn:
                 return await grouping.record_trace(
-                    conn, tenant, trace_id, self.rules, self.config.max_trace_spans
+                    conn, tenant, trace_id, self.rules, self.config.max_trace_spans, self.tier2
                 )
 
         outcome = self._run(work)

@@ -18,12 +18,14 @@ import structlog
 from analyzer.fingerprint import compute_fingerprint
 from analyzer.graph import store as graph_store
 from analyzer.graph.model import Criticality
-from analyzer.lifecycle import Occurrence, record_occurrence
+from analyzer.lifecycle import IncidentSeverity, Occurrence, record_occurrence
 from analyzer.origin import Analysis, LogRecord, analyse_log, analyse_trace, describe_log
 from analyzer.severity import SeverityRules, is_spike, with_spike
 from analyzer.store import incidents as incident_store
 from analyzer.store import signals as signal_store
 from analyzer.store.common import Conn
+from analyzer.triage.runner import Tier2Runner, run_tier1
+from analyzer.triage.runner import trigger_of as triage_trigger_of
 
 log = structlog.get_logger(__name__)
 
@@ -44,10 +46,27 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Recorded:
+    """What recording an occurrence did, and why triage should run (None: it need not)."""
+
+    outcome: Outcome
+    incident_id: int | None = None
+    triage_trigger: str | None = None
+    severity: IncidentSeverity | None = None
+
+
 async def record_analysis(
     conn: Conn, tenant: str, analysis: Analysis, rules: SeverityRules, at_us: int
 ) -> Outcome:
     """Add the occurrence to its incident (creating or regressing it) in one transaction."""
+    return (await record_occurrence_of(conn, tenant, analysis, rules, at_us)).outcome
+
+
+async def record_occurrence_of(
+    conn: Conn, tenant: str, analysis: Analysis, rules: SeverityRules, at_us: int
+) -> Recorded:
+    """`record_analysis`, also saying which incident and whether it needs triage."""
     try:
         async with conn.transaction():
             row, created = await incident_store.upsert_incident(conn, tenant, analysis, at_us)
@@ -65,7 +84,7 @@ async def record_analysis(
             await incident_store.save_state(conn, row.id, transition.state)
             await incident_store.insert_events(conn, tenant, row.id, transition.events)
     except _AlreadyRecorded:
-        return Outcome.ALREADY_RECORDED
+        return Recorded(Outcome.ALREADY_RECORDED)
     outcome = (
         Outcome.CREATED
         if created
@@ -82,11 +101,18 @@ async def record_analysis(
         severity=transition.state.severity.value,
         fingerprint=analysis.fingerprint,
     )
-    return outcome
+    prior = None if created else row.state.severity
+    after = transition.state.severity
+    return Recorded(outcome, row.id, triage_trigger_of(created, prior, after), after)
 
 
 async def record_trace(
-    conn: Conn, tenant: str, trace_id: bytes, rules: SeverityRules, max_spans: int
+    conn: Conn,
+    tenant: str,
+    trace_id: bytes,
+    rules: SeverityRules,
+    max_spans: int,
+    tier2_runner: Tier2Runner | None = None,
 ) -> Outcome:
     """Analyse a settled trace and record its one occurrence (nothing if it already has one)."""
     if await incident_store.occurrence_exists(conn, tenant, trace_id):
@@ -97,7 +123,20 @@ async def record_trace(
     if analysis is None:
         log.warning("trace_without_errors", tenant=tenant, trace_id=trace_id.hex())
         return Outcome.NO_ERRORS
-    return await record_analysis(conn, tenant, analysis, rules, now_us())
+    recorded = await record_occurrence_of(conn, tenant, analysis, rules, now_us())
+    if recorded.incident_id is not None and recorded.triage_trigger is not None:
+        await run_tier1(
+            conn,
+            tenant,
+            recorded.incident_id,
+            recorded.triage_trigger,
+            spans,
+            logs,
+            tier2_runner=tier2_runner,
+            severity=recorded.severity,
+            fingerprint=analysis.fingerprint,
+        )
+    return recorded.outcome
 
 
 async def with_catalog(

@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 import asyncpg
 import grpc
+import orjson
 import structlog
 from google.protobuf import timestamp_pb2
 
@@ -23,7 +24,9 @@ from analyzer.lifecycle import (
     IncidentSeverity,
     IncidentStatus,
 )
+from analyzer.store import analyses as analysis_store
 from analyzer.store import incidents as incident_store
+from analyzer.store.analyses import AnalysisRow
 from analyzer.store.incidents import IncidentFilter, IncidentRow, OccurrenceRow
 from prodsentinel.v1 import incidents_pb2 as pb
 from prodsentinel.v1 import incidents_pb2_grpc
@@ -106,6 +109,29 @@ def occurrence_message(row: OccurrenceRow) -> pb.Occurrence:
         severity=SEVERITY_TO_PB[row.severity],
         time=_timestamp(row.occurred_at_us),
         recorded_at=_timestamp(row.recorded_at_us),
+    )
+
+
+def analysis_message(row: AnalysisRow) -> pb.Analysis:
+    result = row.result
+    confidence = result.get("confidence")
+    steps = result.get("next_steps")
+    return pb.Analysis(
+        tier=row.tier,
+        trigger=row.trigger,
+        status=row.status,
+        provider=row.provider,
+        model=row.model,
+        root_cause_service=str(result.get("root_cause_service") or ""),
+        summary=str(result.get("summary") or ""),
+        confidence=float(confidence) if isinstance(confidence, int | float) else 0.0,
+        next_steps=[str(step) for step in steps] if isinstance(steps, list) else [],
+        result_json=orjson.dumps(result).decode(),
+        error=row.error,
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        latency_ms=row.latency_ms,
+        created_at=_timestamp(row.created_at_us),
     )
 
 
@@ -212,12 +238,14 @@ class IncidentService(incidents_pb2_grpc.IncidentServiceServicer):
                     conn, tenant, incident_id, limit
                 )
                 events = await incident_store.list_events(conn, tenant, incident_id, MAX_EVENTS)
+                analyses = await analysis_store.list_analyses(conn, tenant, incident_id)
         except Exception as error:
             await _abort(context, error)
         return pb.GetIncidentResponse(
             incident=incident_message(row),
             occurrences=[occurrence_message(o) for o in occurrences],
             events=[event_message(e) for e in events],
+            analyses=[analysis_message(a) for a in analyses],
         )
 
     async def AcknowledgeIncident(

@@ -13,6 +13,7 @@ import argparse
 import datetime as dt
 import getpass
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -183,4 +184,26 @@ def format_incident(response: pb.GetIncidentResponse) -> str:
         change = f"{e.from_value or '-'} -> {e.to_value}"
         note = f" ({e.note})" if e.note else ""
         lines.append(f"  {_when(e.time)}  {change:<28} {e.reason} [{e.actor}]{note}")
+    lines.extend(format_analyses(response.analyses))
     return "\n".join(lines)
+
+
+def format_analyses(analyses: Sequence[pb.Analysis]) -> list[str]:
+    """The incident's triage analyses, newest first: root cause, summary and next steps."""
+    lines = ["analyses (latest first):"] if analyses else []
+    for a in analyses:
+        who = f" {a.provider}/{a.model}" if a.provider else ""
+        lines.append(
+            f"  {_when(a.created_at)}  tier {a.tier}{who}  {a.trigger}  {a.status}"
+            + (
+                f"  root cause {a.root_cause_service} ({a.confidence:.2f})"
+                if a.root_cause_service
+                else ""
+            )
+        )
+        if a.summary:
+            lines.append(f"    {a.summary}")
+        lines.extend(f"    - {step}" for step in a.next_steps)
+        if a.error:
+            lines.append(f"    error: {a.error}")
+    return lines

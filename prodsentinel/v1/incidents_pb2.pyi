@@ -379,6 +379,7 @@ class GetIncidentResponse(_message.Message):
     INCIDENT_FIELD_NUMBER: _builtins.int
     OCCURRENCES_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    ANALYSES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def incident(self) -> Global___Incident: ...
     @_builtins.property
@@ -389,20 +390,97 @@ class GetIncidentResponse(_message.Message):
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___IncidentEvent]:
         """Oldest first."""
 
+    @_builtins.property
+    def analyses(self) -> _containers.RepeatedCompositeFieldContainer[Global___Analysis]:
+        """The incident's triage analyses, newest first."""
+
     def __init__(
         self,
         *,
         incident: Global___Incident | None = ...,
         occurrences: _abc.Iterable[Global___Occurrence] | None = ...,
         events: _abc.Iterable[Global___IncidentEvent] | None = ...,
+        analyses: _abc.Iterable[Global___Analysis] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["incident", b"incident"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "incident", b"incident", "occurrences", b"occurrences"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analyses", b"analyses", "events", b"events", "incident", b"incident", "occurrences", b"occurrences"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetIncidentResponse: _TypeAlias = GetIncidentResponse  # noqa: Y015
+
+@_typing.final
+class Analysis(_message.Message):
+    """One triage analysis of an incident: tier 1 (deterministic, every incident) or tier 2
+    (a language model's, only for severe incidents).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIER_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    ROOT_CAUSE_SERVICE_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
+    NEXT_STEPS_FIELD_NUMBER: _builtins.int
+    RESULT_JSON_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    tier: _builtins.int
+    trigger: _builtins.str
+    """Why it ran: "created" (a new incident) or "severity:<level>" (its severity rose)."""
+    status: _builtins.str
+    """"ok", "failed" or "skipped" (nothing in the trace to analyse)."""
+    provider: _builtins.str
+    """Tier 2 only: who answered."""
+    model: _builtins.str
+    root_cause_service: _builtins.str
+    """The most likely root-cause service, the summary paragraph, and how sure (0..1)."""
+    summary: _builtins.str
+    confidence: _builtins.float
+    result_json: _builtins.str
+    """The whole analysis as a JSON object (candidates, evidence, blast radius, history)."""
+    error: _builtins.str
+    input_tokens: _builtins.int
+    output_tokens: _builtins.int
+    latency_ms: _builtins.float
+    @_builtins.property
+    def next_steps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        tier: _builtins.int = ...,
+        trigger: _builtins.str = ...,
+        status: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        model: _builtins.str = ...,
+        root_cause_service: _builtins.str = ...,
+        summary: _builtins.str = ...,
+        confidence: _builtins.float = ...,
+        next_steps: _abc.Iterable[_builtins.str] | None = ...,
+        result_json: _builtins.str = ...,
+        error: _builtins.str = ...,
+        input_tokens: _builtins.int = ...,
+        output_tokens: _builtins.int = ...,
+        latency_ms: _builtins.float = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "created_at", b"created_at", "error", b"error", "input_tokens", b"input_tokens", "latency_ms", b"latency_ms", "model", b"model", "next_steps", b"next_steps", "output_tokens", b"output_tokens", "provider", b"provider", "result_json", b"result_json", "root_cause_service", b"root_cause_service", "status", b"status", "summary", b"summary", "tier", b"tier", "trigger", b"trigger"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Analysis: _TypeAlias = Analysis  # noqa: Y015
 
 @_typing.final
 class AcknowledgeIncidentRequest(_message.Message):
