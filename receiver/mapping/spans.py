@@ -39,28 +39,26 @@ def spans_to_rows(
         for scope_spans in resource_spans.scope_spans:
             scope = scope_context(scope_spans.scope, scope_spans.schema_url, limits, cuts)
             for span in scope_spans.spans:
-                problem = _problem(span)
-                if problem is not None:
-                    out.reject(problem)
-                    continue
-                out.rows.append(_span_row(span, tenant_id, resource, scope, limits, cuts))
+                row = _span_row(span, tenant_id, resource, scope, limits, cuts)
+                if isinstance(row, str):
+                    out.reject(row)
+                else:
+                    out.rows.append(row)
     return out
 
 
-def _problem(span: Span) -> str | None:
-    trace_id = span.trace_id
-    span_id = span.span_id
+def _problem(trace_id: bytes, span_id: bytes, parent: bytes, start: int, end: int) -> str | None:
     if len(trace_id) != TRACE_ID_BYTES or trace_id == _ZERO_TRACE:
         return f"span {span_id.hex() or '<empty>'}: trace_id must be 16 non-zero bytes, got {len(trace_id)}"
     if len(span_id) != SPAN_ID_BYTES or span_id == _ZERO_SPAN:
         return (
             f"span in trace {trace_id.hex()}: span_id must be 8 non-zero bytes, got {len(span_id)}"
         )
-    if len(span.parent_span_id) not in (0, SPAN_ID_BYTES):
+    if len(parent) not in (0, SPAN_ID_BYTES):
         return f"span {span_id.hex()}: parent_span_id must be empty or 8 bytes"
-    if span.end_time_unix_nano > MAX_UNIX_NANO:
+    if end > MAX_UNIX_NANO:
         return f"span {span_id.hex()}: end_time_unix_nano is beyond year 2262"
-    if span.end_time_unix_nano < span.start_time_unix_nano:
+    if end < start:
         return f"span {span_id.hex()}: end_time_unix_nano is before start_time_unix_nano"
     return None
 
@@ -72,21 +70,29 @@ def _span_row(
     scope: ScopeContext,
     limits: Limits,
     cuts: Truncations,
-) -> SpanRow:
+) -> SpanRow | str:
+    """The span's row, or what is wrong with it. Each field is read from the protobuf once:
+    on this path (every span) each read of a upb message field costs tens of nanoseconds."""
+    trace_id = span.trace_id
+    span_id = span.span_id
+    parent = span.parent_span_id
+    start = span.start_time_unix_nano
+    end = span.end_time_unix_nano
+    problem = _problem(trace_id, span_id, parent, start, end)
+    if problem is not None:
+        return problem
     max_length = limits.attribute_value_length
     max_count = limits.attribute_count
     attributes, dropped = attributes_to_json(span.attributes, max_length, max_count, cuts)
-    start = span.start_time_unix_nano
-    end = span.end_time_unix_nano
     events = span.events
     links = span.links
     status = span.status
     return SpanRow(
         tenant_id,
-        span_signal_id(span.trace_id, span.span_id),
-        span.trace_id,
-        span.span_id,
-        span.parent_span_id if any(span.parent_span_id) else None,  # all-zero: no parent
+        span_signal_id(trace_id, span_id),
+        trace_id,
+        span_id,
+        parent if any(parent) else None,  # all-zero: no parent
         resource.service_name,
         text(span.name),
         span.kind,
