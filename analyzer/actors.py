@@ -25,6 +25,7 @@ from dramatiq.middleware import Middleware, TimeLimitExceeded
 
 from analyzer import grouping, sweeper
 from analyzer.actions import auto_resolve_quiet
+from analyzer.broker import marks_client
 from analyzer.config import AnalyzerConfig
 from analyzer.severity import load_rules
 from analyzer.triage.runner import Tier2Runner
@@ -137,8 +138,16 @@ class IncidentActors:
         llm: LLMConfig | None = None,
     ) -> None:
         self.config = config
-        # Tier-2 triage, only with a provider configured (PRODSENTINEL_LLM_*).
-        self.tier2 = Tier2Runner.from_config(llm) if llm is not None else None
+        # Tier-2 triage, only with a provider configured (PRODSENTINEL_LLM_*); its budget,
+        # cache and incident locks live in the marks Redis, shared by the whole fleet.
+        self.tier2 = None
+        if llm is not None and llm.enabled:
+            marks = (
+                marks_client(config, config.redis_timeout_seconds)
+                if config.marks_redis_url is not None
+                else None
+            )
+            self.tier2 = Tier2Runner.from_config(llm, marks, config.namespace)
         self.broker = broker
         self.rules = load_rules(config.rules_file)
         self.runtime: WorkerRuntime | None = None

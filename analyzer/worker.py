@@ -30,6 +30,7 @@ from analyzer.broker import build_broker, marks_client
 from analyzer.config import AnalyzerConfig
 from analyzer.graph.config import GraphConfig
 from analyzer.graph.schedule import GraphUpkeepThread
+from analyzer.triage.llm_config import LLMConfig
 from receiver.errors import ProdSentinelError, SettingsError
 from receiver.logging import configure_logging
 from receiver.settings import Settings
@@ -99,10 +100,11 @@ def running_worker(
     config: AnalyzerConfig,
     broker: dramatiq.Broker | None = None,
     graph: GraphConfig | None = None,
+    llm: LLMConfig | None = None,
 ) -> Iterator[RunningWorker]:
     """Run a Dramatiq worker (and the periodic schedule) until the block exits."""
     broker = broker or build_broker(config)
-    actors = IncidentActors(broker, config, dsn=dsn)
+    actors = IncidentActors(broker, config, dsn=dsn, llm=llm)
     worker = dramatiq.Worker(
         broker, worker_threads=config.worker_threads, worker_timeout=POLL_INTERVAL_MS
     )
@@ -143,7 +145,7 @@ def run_worker(settings: Settings, config: AnalyzerConfig | None = None) -> int:
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        with running_worker(settings.asyncpg_dsn, config, graph=settings.graph):
+        with running_worker(settings.asyncpg_dsn, config, graph=settings.graph, llm=settings.llm):
             stop.wait()
             log.info("worker_stopping")
     finally:

@@ -18,6 +18,7 @@ import structlog
 
 from analyzer import terminal as incident_terminal
 from analyzer.graph import terminal as graph_terminal
+from analyzer.triage import demo as triage_demo
 from receiver import __version__, migrations
 from receiver import bench as bench_module
 from receiver.errors import ProdSentinelError, SettingsError
@@ -89,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     query_terminal.add_commands(commands)  # trace, traces, logs, services
     incident_terminal.add_commands(commands)  # incidents, incident
     graph_terminal.add_commands(commands)  # graph, graph-cycles, graph-set
+    triage_demo.add_commands(commands)  # demo
     return parser
 
 

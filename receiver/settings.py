@@ -12,6 +12,7 @@ import platformdirs
 
 from analyzer.graph.config import ENVIRONMENT as GRAPH_ENVIRONMENT
 from analyzer.graph.config import GraphConfig
+from analyzer.triage.llm_config import LLMConfig
 from receiver.errors import SettingsError
 
 T = TypeVar("T")
@@ -57,6 +58,7 @@ class Settings:
     incident_sweep_min_age_seconds: float = 120.0
     worker_threads: int = 8
     trigger_redis_url: str | None = None
+    llm: LLMConfig = dataclasses.field(default_factory=LLMConfig)
 
     @property
     def asyncpg_dsn(self) -> str:
@@ -170,6 +172,7 @@ class Settings:
             ),
             graph=_section(env, GraphConfig, GRAPH_ENVIRONMENT),
             **_incident_settings(env, defaults, redis_url),
+            llm=LLMConfig.from_environment(env),
         )
 
 

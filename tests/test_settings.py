@@ -95,3 +95,27 @@ def test_database_url_required_where_used() -> None:
 def test_unknown_driver_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="driver"):
         normalise_database_url("postgresql://x/y", driver="psycopg")
+
+
+def test_nested_sections_come_from_the_same_environment() -> None:
+    """The graph and LLM sections are read by Settings.from_env, and their bad values name
+    their variables too."""
+    settings = Settings.from_env(
+        {
+            "PRODSENTINEL_GRAPH_STALE_AFTER_SECONDS": "120",
+            "PRODSENTINEL_LLM_BASE_URL": "http://127.0.0.1:11434/v1",
+            "PRODSENTINEL_LLM_MODEL": "llama3",
+            "PRODSENTINEL_INCIDENT_SETTLE_SECONDS": "2",
+        }
+    )
+    assert settings.graph.stale_after_seconds == 120
+    assert settings.llm.enabled
+    assert settings.incident_settle_seconds == 2
+    for variable, value in (
+        ("PRODSENTINEL_LLM_MIN_SEVERITY", "urgent"),
+        ("PRODSENTINEL_GRAPH_MAX_CYCLES", "0"),
+        ("PRODSENTINEL_WORKER_THREADS", "0"),
+    ):
+        with pytest.raises(SettingsError) as raised:
+            Settings.from_env({variable: value})
+        assert raised.value.variable == variable

@@ -9,11 +9,13 @@ whatever analyses it had (a later severity rise triages again).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Sequence
 
 import orjson
+import redis
 import structlog
 
 from analyzer.lifecycle import IncidentSeverity
@@ -21,8 +23,11 @@ from analyzer.origin import LogRecord, SpanRecord
 from analyzer.store import analyses as analysis_store
 from analyzer.store.common import Conn
 from analyzer.triage import tier1, tier2
+from analyzer.triage.llm_config import LLMConfig
+from analyzer.triage.lock import IncidentLock
 from analyzer.triage.providers import Provider
 from analyzer.triage.providers.openai_compatible import OpenAICompatibleProvider
+from analyzer.triage.quota import CostControl, MemoryBudget, RedisBudget
 
 log = structlog.get_logger(__name__)
 TIER1 = 1
@@ -43,19 +48,35 @@ def trigger_of(
 
 @dataclasses.dataclass
 class Tier2Runner:
-    """Tier 2 for one worker: its settings, provider and (per-process) budget and cache."""
+    """Tier 2 for one worker process: its settings and provider, the fleet's budget, cache
+    and incident locks (in Redis), and the process's limit on model calls in flight."""
 
-    config: tier2.LLMConfig
+    config: LLMConfig
     provider: Provider | None
-    budget: tier2.Budget
+    budget: CostControl
+    lock: IncidentLock | None = None
+    limit: asyncio.Semaphore = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limit = asyncio.Semaphore(self.config.max_concurrency)
 
     @classmethod
-    def from_config(cls, config: tier2.LLMConfig) -> Tier2Runner | None:
-        """A runner when a provider is configured, else None (tier 2 never calls out)."""
+    def from_config(
+        cls, config: LLMConfig, marks: redis.Redis | None = None, namespace: str = "prodsentinel"
+    ) -> Tier2Runner | None:
+        """A runner when a provider is configured, else None (tier 2 never calls out).
+
+        With the marks Redis, budget, cache and locks are shared by every worker; without
+        it (tools, tests) they are this process's own and there is no lock."""
         if not config.enabled or config.base_url is None or config.model is None:
             return None
-        provider = OpenAICompatibleProvider(config.base_url, config.model, config.api_key)
-        return cls(config, provider, tier2.Budget(config))
+        provider = OpenAICompatibleProvider(
+            config.base_url, config.model, config.api_key, timeout_seconds=config.timeout_seconds
+        )
+        if marks is None:
+            return cls(config, provider, MemoryBudget(config))
+        lock = IncidentLock(marks, namespace, config.lock_ttl_seconds)
+        return cls(config, provider, RedisBudget(marks, config, namespace), lock)
 
 
 async def run_tier1(
@@ -117,7 +138,41 @@ async def run_tier2(
     fingerprint: str,
     evidence: tier1.Tier1Result,
 ) -> None:
-    """Ask the model about the tier-1 evidence and store its answer (or its failure)."""
+    """Ask the model about the tier-1 evidence and store its answer (or its failure).
+
+    At most `max_concurrency` of these run at once in the process; the incident's lock is
+    taken after that wait, so its expiry only has to cover the analysis itself. When
+    another worker holds the lock this one records nothing (see analyzer/triage/lock.py).
+    """
+    async with runner.limit:
+        lock = runner.lock
+        try:
+            token = await asyncio.to_thread(lock.acquire, tenant, incident_id) if lock else None
+        except Exception:
+            log.exception("tier2_lock_failed", tenant=tenant, incident_id=incident_id)
+            return
+        if lock is not None and token is None:
+            log.info("tier2_locked", tenant=tenant, incident_id=incident_id, trigger=trigger)
+            return
+        try:
+            await _analyse_and_store(
+                conn, tenant, incident_id, trigger, runner, severity, fingerprint, evidence
+            )
+        finally:
+            if lock is not None and token is not None:
+                await asyncio.to_thread(lock.release, tenant, incident_id, token)
+
+
+async def _analyse_and_store(
+    conn: Conn,
+    tenant: str,
+    incident_id: int,
+    trigger: str,
+    runner: Tier2Runner,
+    severity: IncidentSeverity,
+    fingerprint: str,
+    evidence: tier1.Tier1Result,
+) -> None:
     try:
         started = time.perf_counter()
         outcome = await tier2.analyse(

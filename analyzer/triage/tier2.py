@@ -10,17 +10,19 @@ keeps its tier-1 result. No provider configured, or a severity below the thresho
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from analyzer.lifecycle import IncidentSeverity
+from analyzer.triage.llm_config import LLMConfig as LLMConfig
 from analyzer.triage.providers import Message, Provider, ProviderError
-from analyzer.triage.redaction import Pattern, redact
+from analyzer.triage.quota import CostControl, MemoryBudget
+from analyzer.triage.redaction import compile_extra, redact
 
 FENCE = "<<<UNTRUSTED_TELEMETRY_DATA>>>"
 REQUIRED: Mapping[str, type | tuple[type, ...]] = {
@@ -42,44 +44,6 @@ affected_services (list of strings)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class LLMConfig:
-    """Tier-2 settings (PRODSENTINEL_LLM_*); no base URL or model means no tier 2."""
-
-    base_url: str | None = None
-    model: str | None = None
-    api_key: str | None = None
-    min_severity: IncidentSeverity = IncidentSeverity.HIGH
-    max_evidence_chars: int = 12_000
-    max_output_tokens: int = 800
-    calls_per_hour: int = 30
-    tokens_per_day: int = 500_000
-    cache_ttl_seconds: float = 6 * 3600.0
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.base_url and self.model)
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str]) -> LLMConfig:
-        """Read PRODSENTINEL_LLM_BASE_URL, _MODEL, _API_KEY and _MIN_SEVERITY."""
-        raw = environ.get("PRODSENTINEL_LLM_MIN_SEVERITY", "high").strip().lower()
-        try:
-            severity = IncidentSeverity(raw)
-        except ValueError:
-            from receiver.errors import SettingsError
-
-            raise SettingsError(
-                "PRODSENTINEL_LLM_MIN_SEVERITY", "must be low, medium, high or critical"
-            ) from None
-        return cls(
-            base_url=environ.get("PRODSENTINEL_LLM_BASE_URL") or None,
-            model=environ.get("PRODSENTINEL_LLM_MODEL") or None,
-            api_key=environ.get("PRODSENTINEL_LLM_API_KEY") or None,
-            min_severity=severity,
-        )
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
 class Tier2Outcome:
     """What tier 2 did: "ok", "failed", "skipped" (why in `error`) or "cached"."""
 
@@ -91,53 +55,17 @@ class Tier2Outcome:
     error: str = ""
 
 
-@dataclasses.dataclass
-class Budget:
-    """Per-tenant calls per hour and tokens per day, with a cache by fingerprint (in memory)."""
-
-    config: LLMConfig
-    clock: Callable[[], float] = time.monotonic
-    _calls: dict[str, list[float]] = dataclasses.field(default_factory=dict)
-    _tokens: dict[str, list[tuple[float, int]]] = dataclasses.field(default_factory=dict)
-    _cache: dict[tuple[str, str], tuple[float, str, dict[str, Any]]] = dataclasses.field(
-        default_factory=dict
-    )
-
-    def allows(self, tenant: str) -> bool:
-        now = self.clock()
-        calls = [t for t in self._calls.get(tenant, []) if now - t < 3600]
-        tokens = [(t, n) for t, n in self._tokens.get(tenant, []) if now - t < 86_400]
-        self._calls[tenant], self._tokens[tenant] = calls, tokens
-        used = sum(n for _, n in tokens)
-        return len(calls) < self.config.calls_per_hour and used < self.config.tokens_per_day
-
-    def spend(self, tenant: str, tokens: int) -> None:
-        now = self.clock()
-        self._calls.setdefault(tenant, []).append(now)
-        self._tokens.setdefault(tenant, []).append((now, tokens))
-
-    def cached(self, tenant: str, fingerprint: str, severity: str) -> dict[str, Any] | None:
-        """A fresh answer for the fingerprint, unless the severity has risen since."""
-        entry = self._cache.get((tenant, fingerprint))
-        if entry is None or self.clock() - entry[0] > self.config.cache_ttl_seconds:
-            return None
-        cached_severity, result = entry[1], entry[2]
-        if IncidentSeverity(severity).rank > IncidentSeverity(cached_severity).rank:
-            return None
-        return result
-
-    def remember(
-        self, tenant: str, fingerprint: str, severity: str, result: dict[str, Any]
-    ) -> None:
-        self._cache[(tenant, fingerprint)] = (self.clock(), severity, result)
+# The in-process budget, under its old name.
+Budget = MemoryBudget
 
 
-def build_messages(
-    evidence: Mapping[str, Any], config: LLMConfig, extra: tuple[Pattern, ...] = ()
-) -> list[Message]:
-    """The chat messages: instructions, then the redacted, bounded evidence fenced as data."""
+def build_messages(evidence: Mapping[str, Any], config: LLMConfig) -> list[Message]:
+    """The chat messages: instructions, then the redacted, bounded evidence fenced as data
+    (the built-in redaction patterns, then the configured extra ones)."""
     text = orjson.dumps(evidence, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2).decode()
-    text = redact(text, extra)[: config.max_evidence_chars].replace(FENCE, "")
+    text = redact(text, compile_extra(config.redact_patterns))[: config.max_evidence_chars].replace(
+        FENCE, ""
+    )
     user = f"Triage this incident.\n{FENCE}\n{text}\n{FENCE}\nAnswer with the JSON object only."
     return [Message("system", SYSTEM_PROMPT), Message("user", user)]
 
@@ -164,29 +92,36 @@ def validate(text: str) -> dict[str, Any]:
 async def analyse(
     provider: Provider | None,
     config: LLMConfig,
-    budget: Budget,
+    budget: CostControl,
     *,
     tenant: str,
     fingerprint: str,
     severity: IncidentSeverity,
     evidence: Mapping[str, Any],
 ) -> Tier2Outcome:
-    """Run tier 2 for one incident, within the gate, the cache and the budget."""
+    """Run tier 2 for one incident, within the gate, the cache and the budget.
+
+    Each provider call, retries included, is bounded by `config.timeout_seconds`; the
+    budget's calls are blocking (Redis) and run in a thread."""
     if provider is None or not config.enabled:
         return Tier2Outcome("skipped", {}, error="no provider configured")
     if severity.rank < config.min_severity.rank:
         return Tier2Outcome("skipped", {}, error=f"severity below {config.min_severity.value}")
-    cached = budget.cached(tenant, fingerprint, severity.value)
+    cached = await asyncio.to_thread(budget.cached, tenant, fingerprint, severity.value)
     if cached is not None:
         return Tier2Outcome("cached", cached)
-    if not budget.allows(tenant):
+    if not await asyncio.to_thread(budget.reserve, tenant):
         return Tier2Outcome("skipped", {}, error="budget exhausted")
     messages = build_messages(evidence, config)
     prompt_hash = hashlib.sha256("\n".join(m.content for m in messages).encode()).hexdigest()
     tokens_in = tokens_out = 0
     try:
         for attempt in range(2):  # the answer, then at most one repair
-            completion = await provider.complete(messages, config.max_output_tokens)
+            try:
+                async with asyncio.timeout(config.timeout_seconds):
+                    completion = await provider.complete(messages, config.max_output_tokens)
+            except TimeoutError:
+                raise ProviderError(f"no answer within {config.timeout_seconds}s") from None
             tokens_in += completion.input_tokens
             tokens_out += completion.output_tokens
             try:
@@ -203,10 +138,10 @@ async def analyse(
                     ),
                 ]
                 continue
-            budget.remember(tenant, fingerprint, severity.value, result)
+            await asyncio.to_thread(budget.remember, tenant, fingerprint, severity.value, result)
             return Tier2Outcome("ok", result, prompt_hash, tokens_in, tokens_out)
     except (ProviderError, ValueError) as error:
         return Tier2Outcome("failed", {}, prompt_hash, tokens_in, tokens_out, str(error))
     finally:
-        budget.spend(tenant, tokens_in + tokens_out)
+        await asyncio.to_thread(budget.spend, tenant, tokens_in + tokens_out)
     raise AssertionError("unreachable")
