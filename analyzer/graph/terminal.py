@@ -15,20 +15,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from analyzer.graph.render import CRITICALITY_NAMES, render_dot, render_list, render_tree
 from prodsentinel.v1 import graph_pb2, graph_pb2_grpc
+from receiver.terminal_client import add_connection_arguments, call, guarded
 
-DEFAULT_ADDRESS = "localhost:4317"
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a 20,000-edge graph is larger than gRPC's 4 MiB
-TIMEOUT_SECONDS = 30.0
 CRITICALITIES = {
     "none": graph_pb2.SERVICE_CRITICALITY_UNSPECIFIED,
     "low": graph_pb2.SERVICE_CRITICALITY_LOW,
@@ -83,29 +79,9 @@ def add_commands(subparsers: Any) -> None:
 
 def _command(subparsers: Any, name: str, help_text: str, run: Command) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text)
-    parser.add_argument("--address", default=DEFAULT_ADDRESS, help="receiver host:port")
-    parser.add_argument("--tenant", default=None, help="tenant header value (default: none)")
+    add_connection_arguments(parser)
     parser.set_defaults(run=run)
     return parser
-
-
-def _call(args: argparse.Namespace, settings: Any, method: str, request: Any) -> Any:
-    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
-    metadata = ((settings.tenant_header, args.tenant),) if args.tenant else ()
-    with grpc.insecure_channel(args.address, options=options) as channel:
-        stub = graph_pb2_grpc.ServiceGraphServiceStub(channel)
-        return getattr(stub, method)(request, metadata=metadata, timeout=TIMEOUT_SECONDS)
-
-
-def _guarded(body: Callable[[], None]) -> int:
-    try:
-        body()
-    except grpc.RpcError as error:
-        code = error.code() if isinstance(error, grpc.Call) else None
-        details = error.details() if isinstance(error, grpc.Call) else str(error)
-        print(f"prodsentinel: {code.name if code else 'ERROR'}: {details}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def _graph(args: argparse.Namespace, settings: Any) -> int:
@@ -115,9 +91,10 @@ def _graph(args: argparse.Namespace, settings: Any) -> int:
             start_ts, end_ts = Timestamp(), Timestamp()
             start_ts.FromNanoseconds(end - args.since)
             end_ts.FromNanoseconds(end)
-            whole = _call(
+            whole = call(
                 args,
-                settings,
+                settings.tenant_header,
+                graph_pb2_grpc.ServiceGraphServiceStub,
                 "GetServiceGraph",
                 graph_pb2.GetServiceGraphRequest(start_time=start_ts, end_time=end_ts),
             )
@@ -136,7 +113,13 @@ def _graph(args: argparse.Namespace, settings: Any) -> int:
             max_depth=args.depth,
             include_stale=args.include_stale,
         )
-        response = _call(args, settings, "TraverseDependencies", request)
+        response = call(
+            args,
+            settings.tenant_header,
+            graph_pb2_grpc.ServiceGraphServiceStub,
+            "TraverseDependencies",
+            request,
+        )
         if args.dot:
             nodes = [response.service, *(item.service for item in response.reached)]
             unique = {node.name: node for node in nodes}
@@ -144,13 +127,19 @@ def _graph(args: argparse.Namespace, settings: Any) -> int:
         else:
             print(render_tree(response))
 
-    return _guarded(body)
+    return guarded(body)
 
 
 def _cycles(args: argparse.Namespace, settings: Any) -> int:
     def body() -> None:
         request = graph_pb2.ListDependencyCyclesRequest(include_resolved=args.all)
-        response = _call(args, settings, "ListDependencyCycles", request)
+        response = call(
+            args,
+            settings.tenant_header,
+            graph_pb2_grpc.ServiceGraphServiceStub,
+            "ListDependencyCycles",
+            request,
+        )
         for cycle in response.cycles:
             path = " -> ".join([*cycle.path, cycle.path[0]])
             detected = _iso(cycle.detected.ToMicroseconds())
@@ -159,7 +148,7 @@ def _cycles(args: argparse.Namespace, settings: Any) -> int:
         if not response.cycles:
             print("(no dependency cycles)")
 
-    return _guarded(body)
+    return guarded(body)
 
 
 def _update(args: argparse.Namespace, settings: Any) -> int:
@@ -171,7 +160,13 @@ def _update(args: argparse.Namespace, settings: Any) -> int:
             request.criticality = CRITICALITIES[args.criticality]
         if args.description is not None:
             request.description = args.description
-        response = _call(args, settings, "UpdateService", request)
+        response = call(
+            args,
+            settings.tenant_header,
+            graph_pb2_grpc.ServiceGraphServiceStub,
+            "UpdateService",
+            request,
+        )
         node = response.service
         criticality = CRITICALITY_NAMES.get(node.criticality, "-")
         print(
@@ -179,7 +174,7 @@ def _update(args: argparse.Namespace, settings: Any) -> int:
             f"description={node.description or '-'}"
         )
 
-    return _guarded(body)
+    return guarded(body)
 
 
 def _iso(us: int) -> str:

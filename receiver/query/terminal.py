@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import grpc
 import orjson
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -31,10 +30,8 @@ from receiver.query.waterfall import (
     severity_name,
 )
 from receiver.settings import Settings
+from receiver.terminal_client import add_connection_arguments, call, guarded
 
-DEFAULT_ADDRESS = "localhost:4317"
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a 10,000-span trace is larger than gRPC's 4 MiB
-TIMEOUT_SECONDS = 30.0
 SEVERITIES = {"trace": 1, "debug": 5, "info": 9, "warn": 13, "error": 17, "fatal": 21}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
 _UNIT_NS = {
@@ -133,8 +130,7 @@ def add_commands(subparsers: Any) -> None:
 
 def _command(subparsers: Any, name: str, help_text: str, run: Command) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text)
-    parser.add_argument("--address", default=DEFAULT_ADDRESS, help="receiver host:port")
-    parser.add_argument("--tenant", default=None, help="tenant header value (default: none)")
+    add_connection_arguments(parser)
     parser.set_defaults(run=run)
     return parser
 
@@ -177,37 +173,20 @@ def _window(args: argparse.Namespace) -> tuple[Timestamp, Timestamp]:
     return start_ts, end_ts
 
 
-def _call(args: argparse.Namespace, settings: Settings, method: str, request: Any) -> Any:
-    """One RPC on a fresh channel (a command makes one or a few)."""
-    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
-    metadata = ((settings.tenant_header, args.tenant),) if args.tenant else ()
-    with grpc.insecure_channel(args.address, options=options) as channel:
-        stub = query_pb2_grpc.QueryServiceStub(channel)
-        return getattr(stub, method)(request, metadata=metadata, timeout=TIMEOUT_SECONDS)
-
-
-def _guarded(body: Callable[[], None]) -> int:
-    try:
-        body()
-    except grpc.RpcError as error:
-        code = error.code() if isinstance(error, grpc.Call) else None
-        details = error.details() if isinstance(error, grpc.Call) else str(error)
-        name = code.name if code is not None else "ERROR"
-        print(f"prodsentinel: {name}: {details}", file=sys.stderr)
-        return 1
-    return 0
-
-
 def _trace(args: argparse.Namespace, settings: Settings) -> int:
     def body() -> None:
-        response = _call(
-            args, settings, "GetTrace", query_pb2.GetTraceRequest(trace_id=args.trace_id)
+        response = call(
+            args,
+            settings.tenant_header,
+            query_pb2_grpc.QueryServiceStub,
+            "GetTrace",
+            query_pb2.GetTraceRequest(trace_id=args.trace_id),
         )
         print(render_waterfall(response.trace, response.logs, args.width))
         if response.spans_truncated or response.logs_truncated:
             print("(truncated: the trace has more spans or logs than one answer holds)")
 
-    return _guarded(body)
+    return guarded(body)
 
 
 def _traces(args: argparse.Namespace, settings: Settings) -> int:
@@ -226,7 +205,9 @@ def _traces(args: argparse.Namespace, settings: Settings) -> int:
         for field in ("min_duration", "max_duration"):
             if getattr(args, field) is not None:
                 getattr(request, field).CopyFrom(_duration(getattr(args, field)))
-        response = _call(args, settings, "FindTraces", request)
+        response = call(
+            args, settings.tenant_header, query_pb2_grpc.QueryServiceStub, "FindTraces", request
+        )
         print(f"{'START (UTC)':<24} {'DURATION':>9} {'SPANS':>5} {'ERR':>3}  TRACE ID  ROOT")
         for summary in response.traces:
             print(
@@ -237,7 +218,7 @@ def _traces(args: argparse.Namespace, settings: Settings) -> int:
             )
         _more(response.next_page_token)
 
-    return _guarded(body)
+    return guarded(body)
 
 
 def _logs(args: argparse.Namespace, settings: Settings) -> int:
@@ -254,7 +235,9 @@ def _logs(args: argparse.Namespace, settings: Settings) -> int:
             page_size=args.limit,
             page_token=args.page_token,
         )
-        response = _call(args, settings, "SearchLogs", request)
+        response = call(
+            args, settings.tenant_header, query_pb2_grpc.QueryServiceStub, "SearchLogs", request
+        )
         for resource_logs in response.logs.resource_logs:
             service = service_of(resource_logs.resource)
             for scope_logs in resource_logs.scope_logs:
@@ -267,7 +250,7 @@ def _logs(args: argparse.Namespace, settings: Settings) -> int:
                     )
         _more(response.next_page_token)
 
-    return _guarded(body)
+    return guarded(body)
 
 
 def _services(args: argparse.Namespace, settings: Settings) -> int:
@@ -278,14 +261,20 @@ def _services(args: argparse.Namespace, settings: Settings) -> int:
             request = query_pb2.GetServicesRequest(
                 start_time=start, end_time=end, page_size=1000, page_token=token
             )
-            response = _call(args, settings, "GetServices", request)
+            response = call(
+                args,
+                settings.tenant_header,
+                query_pb2_grpc.QueryServiceStub,
+                "GetServices",
+                request,
+            )
             for name in response.services:
                 print(name)
             token = response.next_page_token
             if not token:
                 return
 
-    return _guarded(body)
+    return guarded(body)
 
 
 def _duration(nanos: int) -> Duration:
